@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The main command (README): installs what is missing, builds in release
+# mode, and runs the pipeline on embedded defaults (a file store under
+# ./deepcuts-data and the in-process queue; no servers to install).
+# Extra arguments go to the command it runs.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+scripts/setup.sh
+# shellcheck disable=SC1091
+source scripts/env.sh
+cargo build --release --bin deepcuts
+exec target/release/deepcuts doctor --store ./deepcuts-data "$@"
