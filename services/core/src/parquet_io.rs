@@ -262,7 +262,7 @@ mod tests {
             &store,
             "a/b.parquet",
             batch.schema(),
-            &[batch.clone()],
+            std::slice::from_ref(&batch),
             &options,
         )
         .await

@@ -212,7 +212,8 @@ mod tests {
         assert_eq!(clamp_range("k", &(0..0), 0).unwrap(), 0..0);
         assert!(clamp_range("k", &(11..12), 10).is_err());
         assert!(clamp_range("k", &(10..12), 10).is_err());
-        assert!(clamp_range("k", &(5..3), 10).is_err());
+        let (start, end) = (5, 3);
+        assert!(clamp_range("k", &(start..end), 10).is_err());
     }
 
     #[tokio::test]
