@@ -10,4 +10,4 @@ scripts/setup.sh
 # shellcheck disable=SC1091
 source scripts/env.sh
 cargo build --release --bin deepcuts
-exec target/release/deepcuts doctor --store ./deepcuts-data "$@"
+exec target/release/deepcuts demo "$@"

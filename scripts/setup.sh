@@ -15,6 +15,8 @@ apt_packages=(rabbitmq-server ffmpeg sox libsox-fmt-mp3 lame hyperfine chromium
   python3-venv pkg-config time)
 # Node.js (for the browser test) only when the machine has none of its own.
 command -v npm >/dev/null 2>&1 || apt_packages+=(nodejs npm)
+# kubectl renders the kustomizations in the manifest check; Debian's client when the machine has none.
+command -v kubectl >/dev/null 2>&1 || apt_packages+=(kubernetes-client)
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

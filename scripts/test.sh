@@ -14,6 +14,8 @@ echo "[test] cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "[test] cargo clippy (-D warnings)" >&2
 cargo clippy --workspace --all-targets -- -D warnings
+echo "[test] deployment manifests" >&2
+tests/deploy/validate.sh
 echo "[test] building tests" >&2
 cargo test --workspace --no-run
 
@@ -24,3 +26,6 @@ eval "$(scripts/test-servers.sh start)"
 # Test binaries run one after another (cargo test's default), so the
 # broker-restart test never shares the broker with another test.
 cargo test --workspace -- --test-threads="${DEEPCUTS_TEST_THREADS:-2}"
+
+echo "[test] listening page in headless Chromium" >&2
+(cd tests/browser && npm test)

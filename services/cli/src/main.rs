@@ -23,8 +23,16 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Crawl a shop's catalogue into a store.
+    Crawl(commands::crawl::CrawlArgs),
+    /// Run the pipeline on a simulated shop, on embedded defaults.
+    Demo(commands::demo::DemoArgs),
     /// Check that a store and a queue work end to end.
     Doctor(commands::doctor::DoctorArgs),
+    /// Tracks that sound like a given track.
+    Similar(commands::similar::SimilarArgs),
+    /// Serve the query API and the listening page.
+    Serve(commands::serve::ServeArgs),
     /// List or print artefacts in a store.
     Store(commands::store::StoreArgs),
 }
@@ -37,7 +45,11 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     });
     match cli.command {
+        Command::Crawl(args) => commands::crawl::run(args).await,
+        Command::Demo(args) => commands::demo::run(args).await,
         Command::Doctor(args) => commands::doctor::run(args).await,
+        Command::Similar(args) => commands::similar::run(args).await,
+        Command::Serve(args) => commands::serve::run(args).await,
         Command::Store(args) => commands::store::run(args).await,
     }
 }

@@ -49,10 +49,10 @@ pub struct Target {
     #[arg(long, global = true, env = "DEEPCUTS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Store URL: a directory, file:///dir or s3://bucket/prefix.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub store: Option<String>,
     /// Queue URL: memory:// or amqp://user:pass@host:port/vhost.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub queue: Option<String>,
 }
 
