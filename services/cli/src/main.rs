@@ -23,12 +23,20 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The static-timbre baseline on a job's holdout (what the CNN must beat).
+    Baseline(commands::baseline::BaselineArgs),
     /// Crawl a shop's catalogue into a store.
     Crawl(commands::crawl::CrawlArgs),
     /// Run the pipeline on a simulated shop, on embedded defaults.
     Demo(commands::demo::DemoArgs),
     /// Check that a store and a queue work end to end.
     Doctor(commands::doctor::DoctorArgs),
+    /// Submit, follow and cancel jobs run by the coordinator.
+    Job(commands::job::JobArgs),
+    /// Write a PNG of a track's log-mel spectrogram.
+    Spectrogram(commands::spectrogram::SpectrogramArgs),
+    /// Train a model on a job's windows in this process.
+    Train(commands::train::TrainArgs),
     /// Tracks that sound like a given track.
     Similar(commands::similar::SimilarArgs),
     /// Serve the query API and the listening page.
@@ -45,9 +53,13 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     });
     match cli.command {
+        Command::Baseline(args) => commands::baseline::run(args).await,
         Command::Crawl(args) => commands::crawl::run(args).await,
         Command::Demo(args) => commands::demo::run(args).await,
         Command::Doctor(args) => commands::doctor::run(args).await,
+        Command::Job(args) => commands::job::run(args).await,
+        Command::Spectrogram(args) => commands::spectrogram::run(args).await,
+        Command::Train(args) => commands::train::run(args).await,
         Command::Similar(args) => commands::similar::run(args).await,
         Command::Serve(args) => commands::serve::run(args).await,
         Command::Store(args) => commands::store::run(args).await,

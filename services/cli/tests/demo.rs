@@ -6,20 +6,81 @@ fn deepcuts() -> Command {
     Command::new(env!("CARGO_BIN_EXE_deepcuts"))
 }
 
+/// Reads every neighbour block of a job from the file store.
+fn neighbour_rows(data: &std::path::Path, job_id: &str) -> Vec<(String, Vec<String>, Vec<f32>)> {
+    use arrow::array::{Array, Float32Array, ListArray, StringArray};
+    let root = data.join("jobs").join(job_id).join("neighbours");
+    let mut rows = Vec::new();
+    let mut files: Vec<_> = walk(&root)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "no neighbour blocks under {}",
+        root.display()
+    );
+    for path in files {
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let ids = batch.column_by_name("track_id").unwrap();
+            let ids = ids.as_any().downcast_ref::<StringArray>().unwrap();
+            let neighbours = batch.column_by_name("neighbour_ids").unwrap();
+            let neighbours = neighbours.as_any().downcast_ref::<ListArray>().unwrap();
+            let scores = batch.column_by_name("scores").unwrap();
+            let scores = scores.as_any().downcast_ref::<ListArray>().unwrap();
+            for row in 0..batch.num_rows() {
+                let n = neighbours.value(row);
+                let n = n.as_any().downcast_ref::<StringArray>().unwrap();
+                let s = scores.value(row);
+                let s = s.as_any().downcast_ref::<Float32Array>().unwrap();
+                rows.push((
+                    ids.value(row).to_owned(),
+                    (0..n.len()).map(|i| n.value(i).to_owned()).collect(),
+                    s.values().to_vec(),
+                ));
+            }
+        }
+    }
+    rows
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
 #[test]
-fn demo_crawls_the_simulated_shop_into_the_file_store() {
+fn demo_runs_the_whole_pipeline_and_builds_a_neighbour_table() {
     let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
     let output = deepcuts()
         .args([
             "demo",
             "--tracks",
-            "45",
+            "72",
             "--preview-seconds",
+            "30",
+            "--epochs",
             "2",
             "--json",
             "--data-dir",
         ])
-        .arg(dir.path().join("data"))
+        .arg(&data)
         .output()
         .unwrap();
     assert!(
@@ -28,54 +89,37 @@ fn demo_crawls_the_simulated_shop_into_the_file_store() {
         String::from_utf8_lossy(&output.stderr)
     );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let per_genre = summary["tracks_per_genre"].as_object().unwrap();
-    assert_eq!(
-        per_genre.len(),
-        9,
-        "the nine genres of the original project"
-    );
-    let tracks: u64 = per_genre.values().map(|v| v.as_u64().unwrap()).sum();
-    assert_eq!(tracks, 45, "every track of the shop is crawled, once");
-    let crawl = &summary["stages"][0];
-    assert_eq!(crawl["stage"], "crawl");
-    assert!(crawl["units"].as_u64().unwrap() >= 1);
-    assert_eq!(crawl["failed"], 0);
+    let report = &summary["report"];
+    assert_eq!(report["status"], "done", "{report:#}");
+    let stages: Vec<&str> = report["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert_eq!(stages, ["crawl", "transcode", "train", "embed", "index"]);
+    for stage in report["stages"].as_array().unwrap() {
+        assert!(stage["done"].as_u64().unwrap() >= 1, "{stage}");
+        assert_eq!(stage["pending"], 0, "{stage}");
+    }
+    assert!(report["model_metrics"]["holdout"].is_object(), "{report:#}");
+    assert_eq!(summary["examples"].as_array().unwrap().len(), 3);
 
-    // A second run starts fresh and gives the same catalogue.
-    let again = deepcuts()
-        .args([
-            "demo",
-            "--tracks",
-            "45",
-            "--preview-seconds",
-            "2",
-            "--json",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    let again: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
-    assert_eq!(again["tracks_per_genre"], summary["tracks_per_genre"]);
-
-    // The artefacts are where the key layout says.
-    let listed = deepcuts()
-        .args([
-            "store",
-            "ls",
-            "jobs/demo-2017-45/catalogue/",
-            "--json",
-            "--store",
-        ])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(listed.status.success());
-    let keys: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
-    assert_eq!(
-        keys.as_array().unwrap().len() as u64,
-        crawl["units"].as_u64().unwrap()
-    );
+    let job_id = report["job_id"].as_str().unwrap();
+    let rows = neighbour_rows(&data, job_id);
+    assert_eq!(rows.len(), 72, "every track is in the table once");
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    assert_eq!(ids.len(), 72);
+    for (track, neighbours, scores) in &rows {
+        assert_eq!(neighbours.len(), 10, "{track} has k neighbours");
+        assert_eq!(scores.len(), 10);
+        assert!(!neighbours.contains(track), "{track} lists itself");
+        assert!(neighbours.iter().all(|n| ids.contains(n.as_str())));
+        assert!(
+            scores.windows(2).all(|w| w[0] >= w[1]),
+            "{track}: scores not sorted: {scores:?}"
+        );
+    }
 }
 
 #[test]

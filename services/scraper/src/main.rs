@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use deepcuts_core::config::{self, ServiceConfig};
 use deepcuts_core::ops_http::{self, Readiness};
 use deepcuts_core::queue::open_queue;
@@ -17,9 +17,18 @@ use deepcuts_scraper::worker::CrawlHandler;
 #[derive(Parser, Debug)]
 #[command(name = "deepcuts-scraper", version, about)]
 struct Args {
+    /// `worker` (the default, for symmetry with the other stages' binaries).
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Config file (TOML); `DEEPCUTS__SECTION__KEY` variables override it.
-    #[arg(long, env = "DEEPCUTS_CONFIG")]
+    #[arg(long, env = "DEEPCUTS_CONFIG", global = true)]
     config: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Consume crawl tasks until stopped (SIGTERM/Ctrl-C drains).
+    Worker,
 }
 
 #[tokio::main]
