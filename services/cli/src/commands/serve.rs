@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use deepcuts_server::{AppState, Library, NoSpectrograms};
+use deepcuts_server::{AppState, Library};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
@@ -34,8 +34,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(job_id = %library.job_id, model_id = %library.model_id, tracks = library.tracks().len(), k_max = library.k_max, "library loaded");
     let state = AppState {
         library: Arc::new(library),
-        // Replaced by the transcoder's PNG renderer once it is wired in.
-        spectrograms: Arc::new(NoSpectrograms),
+        // Rendered from each track's preview on first request, then cached.
+        spectrograms: Arc::new(crate::commands::spectrogram::PreviewSpectrograms::default()),
     };
     let stop = deepcuts_core::shutdown::install_signal_handlers();
     // Metrics and health for the orchestrator, on their own port as every service has.
