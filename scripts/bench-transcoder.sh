@@ -5,12 +5,12 @@
 # on 2 cores, and peak RSS.
 #
 # usage: scripts/bench-transcoder.sh [input.mp3] [out-dir]
-# With no input, a 2-minute 320 kbps stereo MP3 is synthesised with sox + lame.
+# With no input, a 2-minute 320 kbps stereo preview is fetched from the shop simulator.
 set -euo pipefail
 root="$(git rev-parse --show-toplevel)"
 out="${2:-$root/target/bench-transcoder}"
 mkdir -p "$out"
-for tool in hyperfine ffmpeg sox lame /usr/bin/time; do
+for tool in hyperfine ffmpeg sox curl python3 /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
 
@@ -19,14 +19,33 @@ bin="$root/target/release/deepcuts-transcoder"
 
 mp3="${1:-}"
 if [[ -z "$mp3" ]]; then
-  mp3="$out/f.mp3"
+  # The issue's input: a 2-minute 320 kbps stereo preview from the simulator.
+  mp3="$out/sim-320k.mp3"
   if [[ ! -f "$mp3" ]]; then
-    # Music-like: a pink-noise bed, a sweeping tone with tremolo, stereo.
-    sox -n -r 44100 -c 2 -b 16 "$out/f.wav" synth 120 pinknoise synth 120 sine mix 220-880 \
-      tremolo 3 60 gain -6
-    lame --quiet -b 320 "$out/f.wav" "$mp3"
+    cargo build --release -q -p deepcuts-shopsim --manifest-path "$root/Cargo.toml" >&2
+    port=18088
+    "$root/target/release/deepcuts-shopsim" --port "$port" --tracks 60 --preview-seconds 120 >/dev/null 2>&1 &
+    shop=$!
+    trap 'kill $shop 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/robots.txt" >/dev/null && break; sleep 0.2; done
+    path=$(curl -sf "http://127.0.0.1:$port/__shopsim/truth" | python3 -c '
+import json, sys
+def tracks(o):
+    if isinstance(o, dict):
+        if "bitrate_kbps" in o:
+            yield o
+        for v in o.values():
+            yield from tracks(v)
+    elif isinstance(o, list):
+        for v in o:
+            yield from tracks(v)
+print(next(t["preview_path"] for t in tracks(json.load(sys.stdin))
+           if t["bitrate_kbps"] == 320 and not t.get("preview_fault")))')
+    curl -sf -o "$mp3" "http://127.0.0.1:$port$path"
+    kill $shop 2>/dev/null || true
   fi
 fi
+mp3="$(cd "$(dirname "$mp3")" && pwd)/$(basename "$mp3")"  # the 200 links below need an absolute target
 echo "input: $mp3 ($(stat -c %s "$mp3") bytes)"
 
 hyperfine -N --warmup 3 --runs 20 --export-markdown "$out/hyperfine.md" \
