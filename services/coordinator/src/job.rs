@@ -437,6 +437,125 @@ impl JobState {
     }
 }
 
+/// The job status that runs `stage`.
+pub fn status_of(stage: Stage) -> JobStatus {
+    match stage {
+        Stage::Crawl | Stage::Unspecified => JobStatus::Crawling,
+        Stage::Transcode => JobStatus::Transcoding,
+        Stage::Train => JobStatus::Training,
+        Stage::Embed => JobStatus::Embedding,
+        Stage::Index => JobStatus::Indexing,
+    }
+}
+
+/// What `deepcuts job retry-failed` would issue again, before the driver
+/// checks that each unit's task can be rebuilt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryPlan {
+    /// Failed units to issue again, in pipeline order.
+    pub units: Vec<(Stage, String)>,
+    /// Failed units left alone, with why.
+    pub skipped: Vec<(Stage, String, String)>,
+}
+
+impl JobState {
+    /// The failed units a retry issues again. `Err` (with why) for a job that
+    /// cannot be retried: a cancelled one, or a done one (its table was built
+    /// from what succeeded, and later stages would not be rebuilt).
+    ///
+    /// A stage's failed units are retried only while no later stage that
+    /// reads the stage's whole output has started: training and embedding
+    /// read every spectrogram batch (so crawl pages and transcode batches are
+    /// retried only before either is issued), embedding reads the model, and
+    /// indexing reads every embeddings part. A result that arrived after its
+    /// reader started would never be used, so those failures are skipped.
+    /// Crawl pages spawn their own transcode batches, so retrying both at
+    /// once is sound.
+    pub fn retry_plan(&self) -> Result<RetryPlan, String> {
+        match self.status {
+            JobStatus::Cancelled => return Err("the job was cancelled".to_owned()),
+            JobStatus::Done => {
+                return Err("the job is done; resubmit it to rebuild its results".to_owned())
+            }
+            _ => {}
+        }
+        let mut plan = RetryPlan::default();
+        for (i, stage) in STAGES.iter().enumerate() {
+            let ledger = self.ledger(*stage);
+            let failed: Vec<&String> = ledger
+                .failed
+                .keys()
+                .filter(|u| !ledger.done.contains(*u))
+                .collect();
+            if failed.is_empty() {
+                continue;
+            }
+            // The first reader of crawl output is training, not transcoding.
+            let reader_started = STAGES
+                .iter()
+                .skip(i.max(1) + 1)
+                .find(|s| !self.ledger(**s).issued.is_empty());
+            for unit in failed {
+                match reader_started {
+                    Some(reader) => plan.skipped.push((
+                        *stage,
+                        unit.clone(),
+                        format!(
+                            "{} has started; a new result would not be used",
+                            reader.key_name()
+                        ),
+                    )),
+                    None => plan.units.push((*stage, unit.clone())),
+                }
+            }
+        }
+        Ok(plan)
+    }
+
+    /// The status a job takes once `units` are issued again: the earliest
+    /// stage among them, or where it is if that is earlier.
+    pub fn resume_status(&self, units: &[(Stage, String)]) -> JobStatus {
+        let earliest = units.iter().map(|(s, _)| status_of(*s)).min();
+        match (earliest, self.status) {
+            (None, status) => status,
+            (Some(earliest), JobStatus::Failed) => earliest,
+            (Some(earliest), status) => earliest.min(status),
+        }
+    }
+
+    /// Records that `units` were issued again: each leaves `failed` (so it
+    /// counts as pending), the job goes back to the earliest of their stages
+    /// (clearing a failure), and those stages' end times are cleared so they
+    /// are timed again. Idempotent: a unit no longer failed changes nothing.
+    pub fn apply_retry(&mut self, units: &[(Stage, String)], now_ms: u64) -> bool {
+        let units: Vec<(Stage, String)> = units
+            .iter()
+            .filter(|(s, u)| {
+                let ledger = self.ledger(*s);
+                ledger.failed.contains_key(u) && !ledger.done.contains(u)
+            })
+            .cloned()
+            .collect();
+        if units.is_empty() {
+            return false;
+        }
+        let resume = self.resume_status(&units);
+        for (stage, unit) in &units {
+            self.ledger_mut(*stage).failed.remove(unit);
+        }
+        for stage in STAGES {
+            if status_of(stage) >= resume {
+                self.ledger_mut(stage).finished_at_unix_ms = None;
+            }
+        }
+        self.status = resume;
+        self.error = None;
+        self.finished_at_unix_ms = None;
+        self.updated_at_unix_ms = now_ms;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,5 +695,110 @@ mod tests {
         assert_eq!(index.block_count(0), 1);
         assert_eq!(index.block_count(25_000), 1);
         assert_eq!(index.block_count(400_000), 16);
+    }
+
+    /// Page 1 done (its batch and page 2 spawned), page 2 and the batch failed:
+    /// the job failed in transcoding.
+    fn failed_in_transcoding() -> JobState {
+        let mut job = JobState::new(spec(), 0);
+        job.issue(Stage::Crawl, [FIRST_CRAWL_UNIT.to_owned()], 1);
+        job.apply_event(&event(
+            Stage::Crawl,
+            "page=00001",
+            Outcome::Done,
+            &["transcode:page-00001", "crawl:page=00002"],
+        ));
+        job.apply_event(&event(Stage::Crawl, "page=00002", Outcome::Failed, &[]));
+        job.apply_event(&event(Stage::Transcode, "page-00001", Outcome::Failed, &[]));
+        job.next_action(2);
+        job
+    }
+
+    #[test]
+    fn a_retry_reopens_a_failed_job_at_its_earliest_retried_stage() {
+        let mut job = failed_in_transcoding();
+        assert_eq!(job.status, JobStatus::Failed);
+        assert!(job.ledger(Stage::Crawl).finished_at_unix_ms.is_some());
+        let plan = job.retry_plan().unwrap();
+        assert_eq!(
+            plan.units,
+            vec![
+                (Stage::Crawl, "page=00002".to_owned()),
+                (Stage::Transcode, "page-00001".to_owned()),
+            ]
+        );
+        assert!(plan.skipped.is_empty());
+        assert_eq!(job.resume_status(&plan.units), JobStatus::Crawling);
+        assert!(job.apply_retry(&plan.units, 5));
+        assert_eq!(job.status, JobStatus::Crawling);
+        assert_eq!(job.error, None);
+        assert_eq!(job.finished_at_unix_ms, None);
+        assert_eq!(job.ledger(Stage::Crawl).finished_at_unix_ms, None);
+        assert_eq!(job.ledger(Stage::Crawl).pending(), 1);
+        assert_eq!(job.ledger(Stage::Transcode).pending(), 1);
+        assert_eq!(job.ledger(Stage::Transcode).failed_count(), 0);
+        // Applying the same retry again (a replayed request) changes nothing.
+        let again = job.clone();
+        assert!(!job.apply_retry(&plan.units, 6));
+        assert_eq!(job, again);
+        assert_eq!(job.next_action(6), Action::Wait);
+        // The retried units succeed: the job moves on by itself.
+        job.apply_event(&event(
+            Stage::Crawl,
+            "page=00002",
+            Outcome::Done,
+            &["transcode:page-00002"],
+        ));
+        assert_eq!(job.next_action(7), Action::Wait);
+        assert_eq!(job.status, JobStatus::Transcoding);
+        job.apply_event(&event(Stage::Transcode, "page-00001", Outcome::Done, &[]));
+        job.apply_event(&event(Stage::Transcode, "page-00002", Outcome::Done, &[]));
+        assert_eq!(job.next_action(8), Action::Train);
+    }
+
+    #[test]
+    fn failures_whose_readers_started_are_skipped() {
+        let mut job = JobState::new(spec(), 0);
+        job.issue(Stage::Crawl, [FIRST_CRAWL_UNIT.to_owned()], 1);
+        job.apply_event(&event(
+            Stage::Crawl,
+            "page=00001",
+            Outcome::Done,
+            &["transcode:page-00001", "transcode:page-00002"],
+        ));
+        job.apply_event(&event(Stage::Transcode, "page-00001", Outcome::Done, &[]));
+        job.apply_event(&event(Stage::Transcode, "page-00002", Outcome::Failed, &[]));
+        assert_eq!(job.next_action(2), Action::Train);
+        job.issue(Stage::Train, [job.model_id.clone()], 2);
+        let model = job.model_id.clone();
+        job.apply_event(&event(Stage::Train, &model, Outcome::Done, &[]));
+        assert_eq!(job.next_action(3), Action::Embed);
+        let parts = ["model=m/part=00000", "model=m/part=00001"];
+        job.issue(Stage::Embed, parts.map(str::to_owned), 3);
+        job.apply_event(&event(Stage::Embed, parts[0], Outcome::Failed, &[]));
+        assert_eq!(job.next_action(4), Action::Wait);
+        assert_eq!(job.status, JobStatus::Embedding);
+
+        let plan = job.retry_plan().unwrap();
+        assert_eq!(plan.units, vec![(Stage::Embed, parts[0].to_owned())]);
+        assert_eq!(plan.skipped.len(), 1);
+        let (stage, unit, why) = &plan.skipped[0];
+        assert_eq!((*stage, unit.as_str()), (Stage::Transcode, "page-00002"));
+        assert!(why.contains("train"), "{why}");
+        assert!(job.apply_retry(&plan.units, 5));
+        assert_eq!(job.status, JobStatus::Embedding);
+        assert_eq!(job.ledger(Stage::Embed).pending(), 2);
+        // Earlier stages keep their end times; only the reopened one is cleared.
+        assert!(job.ledger(Stage::Train).finished_at_unix_ms.is_some());
+        assert_eq!(job.ledger(Stage::Transcode).failed_count(), 1);
+    }
+
+    #[test]
+    fn cancelled_and_done_jobs_are_not_retried() {
+        let mut job = failed_in_transcoding();
+        job.status = JobStatus::Cancelled;
+        assert!(job.retry_plan().unwrap_err().contains("cancelled"));
+        job.status = JobStatus::Done;
+        assert!(job.retry_plan().unwrap_err().contains("done"));
     }
 }

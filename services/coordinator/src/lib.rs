@@ -7,12 +7,17 @@
 //! stage events every worker publishes, keeps the job's state in
 //! `jobs/<job>/job.json` (no database), and issues the next stage's tasks.
 //! [`driver::Coordinator::reconcile`] picks every unfinished job up again
-//! after a restart.
+//! after a restart. [`driver::retry_failed`] issues a job's failed units
+//! again, and [`api`] offers the job commands over HTTP.
 
+pub mod api;
 pub mod driver;
 pub mod job;
 pub mod report;
 
-pub use driver::{list_jobs, load_job, request_cancel, submit, Coordinator, CoordinatorError};
+pub use driver::{
+    list_jobs, load_job, request_cancel, request_retry_failed, retry_failed, submit, Coordinator,
+    CoordinatorError, RetrySummary,
+};
 pub use job::{IndexChoice, JobSpec, JobState, JobStatus, ModelChoice};
-pub use report::{job_report, JobReport};
+pub use report::{job_report, JobReport, JobSummary};

@@ -1,5 +1,6 @@
 //! `deepcuts-coordinator`: folds stage events into job state and issues each
-//! stage's tasks. Run one replica.
+//! stage's tasks. Run one replica. Its ops listener (`ops.listen`) also
+//! serves the job API (`/api/jobs`, see `deepcuts_coordinator::api`).
 
 use std::path::PathBuf;
 
@@ -41,7 +42,8 @@ async fn main() -> anyhow::Result<()> {
         queue: Some(queue.clone()),
         draining: stop.clone(),
     };
-    ops_http::serve(&config.ops.listen, readiness, stop.clone()).await?;
+    let api = deepcuts_coordinator::api::router(store.clone(), queue.clone());
+    ops_http::serve_with(&config.ops.listen, readiness, api, stop.clone()).await?;
     Coordinator::new(store, queue).run(stop).await?;
     Ok(())
 }

@@ -5,10 +5,32 @@ use deepcuts_core::failures::{list_failures, FailureRecord};
 use deepcuts_core::now_unix_ms;
 use deepcuts_core::proto::Stage;
 use deepcuts_core::storage::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::driver::CoordinatorError;
-use crate::job::{JobState, STAGES};
+use crate::job::{JobState, JobStatus, STAGES};
+
+/// One line of the job list (`deepcuts job list --json`, `GET /api/jobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    pub job_id: String,
+    pub status: JobStatus,
+    pub model_id: String,
+    pub error: Option<String>,
+    pub submitted_at_unix_ms: u64,
+}
+
+impl From<&JobState> for JobSummary {
+    fn from(job: &JobState) -> Self {
+        Self {
+            job_id: job.job_id().to_owned(),
+            status: job.status,
+            model_id: job.model_id.clone(),
+            error: job.error.clone(),
+            submitted_at_unix_ms: job.submitted_at_unix_ms,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StageReport {

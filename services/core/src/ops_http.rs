@@ -101,11 +101,23 @@ pub async fn serve(
     readiness: Readiness,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    serve_with(listen, readiness, Router::new(), stop).await
+}
+
+/// [`serve`], with a service's own routes on the same listener. `extra`
+/// must not define the ops paths.
+pub async fn serve_with(
+    listen: &str,
+    readiness: Readiness,
+    extra: Router,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "ops endpoint listening (/metrics, /health/livez, /health/readyz)");
+    let app = router(readiness).merge(extra);
     tokio::spawn(async move {
-        let served = axum::serve(listener, router(readiness))
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await;
         if let Err(err) = served {

@@ -32,7 +32,10 @@ impl Default for TelemetryConfig {
     fn default() -> Self {
         Self {
             format: LogFormat::Auto,
-            filter: "info".to_owned(),
+            // symphonia warns once per undecodable frame (every preview cut
+            // from a longer file starts mid-reservoir); the transcoder counts
+            // bad packets itself, so its warnings would only flood the logs.
+            filter: "info,symphonia=error".to_owned(),
         }
     }
 }

@@ -1,14 +1,17 @@
 //! `deepcuts job ...`: submit a job to a running coordinator's store and
 //! queue, and follow it. The coordinator (`deepcuts-coordinator worker`)
 //! does the stage work; these commands only read and write `jobs/<job>/`
-//! and publish the job's first crawl task.
+//! (and the coordinator's request markers) and publish the job's first
+//! crawl task. The same commands are on the coordinator's HTTP API
+//! (`deepcuts_coordinator::api`).
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use deepcuts_coordinator::{
-    job_report, list_jobs, load_job, request_cancel, IndexChoice, JobReport, JobSpec, ModelChoice,
+    job_report, list_jobs, load_job, request_cancel, request_retry_failed, IndexChoice, JobReport,
+    JobSpec, JobSummary, ModelChoice, RetrySummary,
 };
 use deepcuts_scraper::{CrawlSpec, SiteProfile};
 
@@ -37,6 +40,9 @@ enum JobCommand {
     List,
     /// Stop a job (workers finish the units they hold).
     Cancel { job_id: String },
+    /// Issue a job's failed units again (a failed job resumes at the earliest
+    /// stage retried); the coordinator applies it within a few seconds.
+    RetryFailed { job_id: String },
 }
 
 #[derive(Debug, Args)]
@@ -194,10 +200,7 @@ pub async fn run(args: JobArgs) -> anyhow::Result<()> {
         JobCommand::List => {
             let jobs = list_jobs(&store).await?;
             if args.json {
-                let rows: Vec<_> = jobs
-                    .iter()
-                    .map(|j| serde_json::json!({"job_id": j.job_id(), "status": j.status.as_str(), "model_id": j.model_id, "submitted_at_unix_ms": j.submitted_at_unix_ms}))
-                    .collect();
+                let rows: Vec<JobSummary> = jobs.iter().map(JobSummary::from).collect();
                 print_json(&rows)?;
             } else {
                 let mut t = table(["job", "status", "model", "error"]);
@@ -217,11 +220,54 @@ pub async fn run(args: JobArgs) -> anyhow::Result<()> {
             if args.json {
                 print_json(&serde_json::json!({"job_id": job_id, "cancel_requested": true}))?;
             } else {
-                println!("cancel requested for job {job_id}; it takes effect on its next event");
+                println!(
+                    "cancel requested for job {job_id}; the coordinator applies it within a few seconds"
+                );
+            }
+        }
+        JobCommand::RetryFailed { job_id } => {
+            let summary = request_retry_failed(&store, job_id).await?;
+            if args.json {
+                print_json(&summary)?;
+            } else {
+                print_retry(&summary);
             }
         }
     }
     Ok(())
+}
+
+fn print_retry(summary: &RetrySummary) {
+    if summary.units.is_empty() {
+        println!(
+            "job {} ({}): no failed unit to retry",
+            summary.job_id,
+            summary.status.as_str()
+        );
+    } else {
+        println!(
+            "job {}: retry of {} failed unit(s) requested; it goes from {} to {} within a few seconds",
+            summary.job_id,
+            summary.units.len(),
+            summary.status.as_str(),
+            summary.resume_status.as_str()
+        );
+    }
+    if summary.units.is_empty() && summary.skipped.is_empty() {
+        return;
+    }
+    let mut t = table(["stage", "unit", "action"]);
+    for u in &summary.units {
+        t.add_row(vec![u.stage.clone(), u.unit_id.clone(), "retry".to_owned()]);
+    }
+    for u in &summary.skipped {
+        t.add_row(vec![
+            u.stage.clone(),
+            u.unit_id.clone(),
+            format!("skipped: {}", u.reason),
+        ]);
+    }
+    println!("{t}");
 }
 
 pub fn print_report(report: &JobReport) {
