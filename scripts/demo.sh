@@ -9,5 +9,7 @@ cd "$repo"
 scripts/setup.sh
 # shellcheck disable=SC1091
 source scripts/env.sh
+echo "[demo] set-up done after ${SECONDS} s" >&2
 cargo build --release --bin deepcuts
+echo "[demo] build done after ${SECONDS} s" >&2
 exec target/release/deepcuts demo "$@"

@@ -7,6 +7,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 
 scripts/setup.sh
+echo "[test] set-up done after ${SECONDS} s" >&2
 # shellcheck disable=SC1091
 source scripts/env.sh
 
@@ -18,6 +19,7 @@ echo "[test] deployment manifests" >&2
 tests/deploy/validate.sh
 echo "[test] building tests" >&2
 cargo test --workspace --no-run
+echo "[test] build done after ${SECONDS} s" >&2
 
 export DEEPCUTS_TEST_STATE_DIR="$repo/target/test-servers"
 trap 'scripts/test-servers.sh stop || true' EXIT
@@ -29,3 +31,4 @@ cargo test --workspace -- --test-threads="${DEEPCUTS_TEST_THREADS:-2}"
 
 echo "[test] listening page in headless Chromium" >&2
 (cd tests/browser && npm test)
+echo "[test] all passed after ${SECONDS} s" >&2

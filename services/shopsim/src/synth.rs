@@ -69,10 +69,15 @@ struct Style {
     breakdown: f32,
     /// Probability per section that the harmony layer is silent.
     sparse: f32,
-    bass_cutoff: (f32, f32),
-    distortion: (f32, f32),
-    kick_decay: (f32, f32),
 }
+
+// Timbre is drawn per track from the same ranges for every genre: genres
+// differ in rhythm, bass and harmony patterns, density and structure over
+// time, so a static spectral colour (per-band mean and spread) is a weak cue,
+// as it is in real catalogues where a genre spans many productions.
+const BASS_CUTOFF_HZ: (f32, f32) = (150.0, 2500.0);
+const DISTORTION: (f32, f32) = (0.0, 0.8);
+const KICK_DECAY_S: (f32, f32) = (0.1, 0.45);
 
 const O: f32 = 0.0;
 const H: f32 = 0.5;
@@ -92,9 +97,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Stab, HarmonyKind::Arp],
             breakdown: 0.2,
             sparse: 0.3,
-            bass_cutoff: (400.0, 2500.0),
-            distortion: (0.0, 0.5),
-            kick_decay: (0.12, 0.25),
         },
         Genre::Dancehall => Style {
             bpm: (88.0, 108.0),
@@ -108,9 +110,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Skank, HarmonyKind::Keys],
             breakdown: 0.1,
             sparse: 0.3,
-            bass_cutoff: (150.0, 600.0),
-            distortion: (0.0, 0.3),
-            kick_decay: (0.18, 0.4),
         },
         Genre::Downtempo => Style {
             bpm: (78.0, 102.0),
@@ -124,9 +123,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Pad { bright: false }, HarmonyKind::Keys],
             breakdown: 0.35,
             sparse: 0.15,
-            bass_cutoff: (150.0, 700.0),
-            distortion: (0.0, 0.2),
-            kick_decay: (0.2, 0.45),
         },
         Genre::DrumAndBass => Style {
             bpm: (160.0, 178.0),
@@ -140,9 +136,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Pad { bright: false }, HarmonyKind::Stab],
             breakdown: 0.2,
             sparse: 0.4,
-            bass_cutoff: (200.0, 1500.0),
-            distortion: (0.1, 0.8),
-            kick_decay: (0.1, 0.2),
         },
         Genre::FunkyHouse => Style {
             bpm: (118.0, 128.0),
@@ -156,9 +149,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Stab, HarmonyKind::Keys],
             breakdown: 0.15,
             sparse: 0.1,
-            bass_cutoff: (300.0, 1200.0),
-            distortion: (0.0, 0.3),
-            kick_decay: (0.15, 0.3),
         },
         Genre::HipHop => Style {
             bpm: (84.0, 100.0),
@@ -172,9 +162,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Keys, HarmonyKind::Pad { bright: false }],
             breakdown: 0.1,
             sparse: 0.25,
-            bass_cutoff: (120.0, 500.0),
-            distortion: (0.0, 0.4),
-            kick_decay: (0.25, 0.5),
         },
         Genre::MinimalHouse => Style {
             bpm: (118.0, 128.0),
@@ -188,9 +175,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::DubStab],
             breakdown: 0.15,
             sparse: 0.5,
-            bass_cutoff: (200.0, 900.0),
-            distortion: (0.0, 0.2),
-            kick_decay: (0.12, 0.25),
         },
         Genre::RockIndie => Style {
             bpm: (96.0, 150.0),
@@ -204,9 +188,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Power],
             breakdown: 0.1,
             sparse: 0.15,
-            bass_cutoff: (400.0, 1500.0),
-            distortion: (0.3, 0.9),
-            kick_decay: (0.1, 0.22),
         },
         Genre::Trance => Style {
             bpm: (128.0, 142.0),
@@ -220,9 +201,6 @@ fn style(genre: Genre) -> Style {
             harmonies: &[HarmonyKind::Pad { bright: true }, HarmonyKind::Arp],
             breakdown: 0.3,
             sparse: 0.1,
-            bass_cutoff: (300.0, 1600.0),
-            distortion: (0.0, 0.3),
-            kick_decay: (0.12, 0.25),
         },
     }
 }
@@ -271,8 +249,8 @@ struct Kit {
     perc: Vec<f32>,
 }
 
-fn make_kit(rng: &mut ChaCha8Rng, style: &Style, noise: &mut Noise) -> Kit {
-    let kick_decay = rng.random_range(style.kick_decay.0..style.kick_decay.1);
+fn make_kit(rng: &mut ChaCha8Rng, noise: &mut Noise) -> Kit {
+    let kick_decay = rng.random_range(KICK_DECAY_S.0..KICK_DECAY_S.1);
     let kick_start = rng.random_range(110.0..220.0f32);
     let kick_end = rng.random_range(42.0..62.0f32);
     let kick: Vec<f32> = {
@@ -462,7 +440,7 @@ pub fn synthesize(genre: Genre, seed: u64, seconds: f32) -> Stereo {
     let hat_grid = mutate(&mut rng, &style.hat);
     let open_grid = mutate(&mut rng, &style.open_hat);
     let perc_grid = mutate(&mut rng, &style.perc);
-    let kit = make_kit(&mut rng, &style, &mut noise);
+    let kit = make_kit(&mut rng, &mut noise);
 
     let key = rng.random_range(28.0..40.0f32).round();
     let minor = rng.random_bool(0.7);
@@ -474,8 +452,8 @@ pub fn synthesize(genre: Genre, seed: u64, seconds: f32) -> Stereo {
     let third = if minor { 3.0 } else { 4.0 };
     let bars_per_chord = [1usize, 2, 2, 4][rng.random_range(0..4)];
     let harmony = style.harmonies[rng.random_range(0..style.harmonies.len())];
-    let bass_cutoff = rng.random_range(style.bass_cutoff.0..style.bass_cutoff.1);
-    let drive = rng.random_range(style.distortion.0..=style.distortion.1);
+    let bass_cutoff = rng.random_range(BASS_CUTOFF_HZ.0..BASS_CUTOFF_HZ.1);
+    let drive = rng.random_range(DISTORTION.0..=DISTORTION.1);
     let levels = (
         rng.random_range(0.6..1.0f32),   // kick
         rng.random_range(0.3..0.7f32),   // snare
@@ -484,7 +462,8 @@ pub fn synthesize(genre: Genre, seed: u64, seconds: f32) -> Stereo {
         rng.random_range(0.15..0.45f32), // harmony
     );
     let bass_wave = [Wave::Sine, Wave::Saw, Wave::Square, Wave::Triangle][rng.random_range(0..4)];
-    let harmony_wave = [Wave::Saw, Wave::Square, Wave::Triangle][rng.random_range(0..3)];
+    let harmony_wave =
+        [Wave::Sine, Wave::Saw, Wave::Square, Wave::Triangle][rng.random_range(0..4)];
     let harmony_cutoff = rng.random_range(600.0..6000.0f32);
 
     let bar = step * 16.0;
@@ -558,11 +537,7 @@ pub fn synthesize(genre: Genre, seed: u64, seconds: f32) -> Stereo {
                 ) {
                     let voice = Voice {
                         notes,
-                        wave: match harmony {
-                            HarmonyKind::Pad { bright: false } | HarmonyKind::Keys => Wave::Sine,
-                            HarmonyKind::Power => Wave::Saw,
-                            _ => harmony_wave,
-                        },
+                        wave: harmony_wave,
                         detune_cents: match harmony {
                             HarmonyKind::Pad { bright: true } => 14.0,
                             HarmonyKind::Pad { bright: false } => 6.0,
@@ -581,7 +556,7 @@ pub fn synthesize(genre: Genre, seed: u64, seconds: f32) -> Stereo {
                         drive: if matches!(harmony, HarmonyKind::Power) {
                             drive
                         } else {
-                            0.0
+                            drive * 0.3
                         },
                     };
                     let sound = render_voice(&voice, length);

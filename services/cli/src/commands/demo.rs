@@ -41,7 +41,7 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 30.0)]
     preview_seconds: f32,
     /// Training epochs (the trainer stops earlier when validation stalls).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 8)]
     epochs: u32,
     /// `default` (log-mel CNN) or `seed` (the 2017 network).
     #[arg(long, default_value = "default", value_parser = ["default", "seed"])]
