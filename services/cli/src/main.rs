@@ -15,7 +15,14 @@ use clap::{Parser, Subcommand};
 )]
 struct Cli {
     /// Log filter (also RUST_LOG), e.g. "info" or "deepcuts_scraper=debug".
-    #[arg(long, global = true, default_value = "warn", env = "DEEPCUTS_LOG")]
+    /// symphonia warns once per undecodable frame (a preview cut from a
+    /// longer file starts mid bit-reservoir); the transcoder counts those.
+    #[arg(
+        long,
+        global = true,
+        default_value = "warn,symphonia=error",
+        env = "DEEPCUTS_LOG"
+    )]
     log: String,
     #[command(subcommand)]
     command: Command,
