@@ -7,10 +7,8 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use deepcuts_coordinator::Coordinator;
 use deepcuts_core::config::{NoSettings, ServiceConfig};
-use deepcuts_core::ops_http::{self, Readiness};
-use deepcuts_core::queue::open_queue;
-use deepcuts_core::storage::open_store_with;
-use deepcuts_core::{shutdown, telemetry};
+use deepcuts_core::service::Service;
+use deepcuts_core::telemetry;
 
 #[derive(Parser)]
 #[command(name = "deepcuts-coordinator", version, about)]
@@ -34,16 +32,11 @@ async fn main() -> anyhow::Result<()> {
     let Command::Worker { config } = Cli::parse().command;
     let config: ServiceConfig<NoSettings> = deepcuts_core::config::load(config.as_deref())?;
     telemetry::init(&config.telemetry);
-    let stop = shutdown::install_signal_handlers();
-    let store = open_store_with(&config.store).await?;
-    let queue = open_queue(&config.queue).await?;
-    let readiness = Readiness {
-        store: Some(store.clone()),
-        queue: Some(queue.clone()),
-        draining: stop.clone(),
-    };
-    let api = deepcuts_coordinator::api::router(store.clone(), queue.clone());
-    ops_http::serve_with(&config.ops.listen, readiness, api, stop.clone()).await?;
-    Coordinator::new(store, queue).run(stop).await?;
+    let service = Service::open(&config).await?;
+    let api = deepcuts_coordinator::api::router(service.store.clone(), service.queue.clone());
+    service.serve_ops(&config, api).await?;
+    Coordinator::new(service.store, service.queue)
+        .run(service.shutdown)
+        .await?;
     Ok(())
 }

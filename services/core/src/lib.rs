@@ -9,7 +9,8 @@
 //! - [`failures`]: the record a unit leaves behind when it fails for good;
 //! - [`worker`]: the consume loop every worker plugs its handler into;
 //! - [`config`], [`telemetry`], [`metrics`], [`ops_http`], [`shutdown`]:
-//!   what a long-running service needs around its work.
+//!   what a long-running service needs around its work, started together
+//!   by [`service::Service`].
 
 pub mod config;
 pub mod failures;
@@ -20,6 +21,7 @@ pub mod parquet_io;
 pub mod proto;
 pub mod queue;
 pub mod retry;
+pub mod service;
 pub mod shutdown;
 pub mod storage;
 pub mod telemetry;

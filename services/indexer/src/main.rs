@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use deepcuts_core::config::ServiceConfig;
-use deepcuts_core::ops_http::{self, Readiness};
-use deepcuts_core::worker::{run_worker, WorkerContext};
+use deepcuts_core::service::Service;
+use deepcuts_core::worker::run_worker;
 use deepcuts_indexer::job::{build_table, BuildProgress};
 use deepcuts_indexer::worker::{IndexWorker, IndexerSettings};
 use deepcuts_indexer::{npy, CpuKernel, EmbeddingMatrix, IndexParams};
@@ -106,23 +106,9 @@ fn init_plain_logs() {
 }
 
 async fn worker(config: ServiceConfig<IndexerSettings>) -> anyhow::Result<()> {
-    let shutdown = deepcuts_core::shutdown::install_signal_handlers();
-    let store = deepcuts_core::storage::open_store_with(&config.store).await?;
-    let queue = deepcuts_core::queue::open_queue(&config.queue).await?;
-    let readiness = Readiness {
-        store: Some(store.clone()),
-        queue: Some(queue.clone()),
-        draining: shutdown.clone(),
-    };
-    ops_http::serve(&config.ops.listen, readiness, shutdown.clone()).await?;
-    let ctx = WorkerContext {
-        queue,
-        store: store.clone(),
-        config: config.worker.clone(),
-        delivery_limit: config.queue.delivery_limit,
-        shutdown,
-    };
-    let handler = Arc::new(IndexWorker::new(store, config.settings));
+    let service = Service::start(&config).await?;
+    let ctx = service.worker_context(&config);
+    let handler = Arc::new(IndexWorker::new(service.store, config.settings));
     run_worker(handler, ctx).await?;
     Ok(())
 }

@@ -7,11 +7,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use deepcuts_core::config::{self, ServiceConfig};
-use deepcuts_core::ops_http::{self, Readiness};
-use deepcuts_core::queue::open_queue;
-use deepcuts_core::storage::open_store_with;
-use deepcuts_core::worker::{run_worker, WorkerContext};
-use deepcuts_core::{shutdown, telemetry};
+use deepcuts_core::service::Service;
+use deepcuts_core::telemetry;
+use deepcuts_core::worker::run_worker;
 use deepcuts_scraper::worker::CrawlHandler;
 
 #[derive(Parser, Debug)]
@@ -36,37 +34,14 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config: ServiceConfig = config::load(args.config.as_deref()).context("loading config")?;
     telemetry::init(&config.telemetry);
-    let stop = shutdown::install_signal_handlers();
-    let store = open_store_with(&config.store)
+    let service = Service::start(&config).await?;
+    let handler = Arc::new(CrawlHandler::new(
+        service.store.clone(),
+        service.queue.clone(),
+    ));
+    let stats = run_worker(handler, service.worker_context(&config))
         .await
-        .context("opening the store")?;
-    let queue = open_queue(&config.queue)
-        .await
-        .context("opening the queue")?;
-    ops_http::serve(
-        &config.ops.listen,
-        Readiness {
-            store: Some(store.clone()),
-            queue: Some(queue.clone()),
-            draining: stop.clone(),
-        },
-        stop.clone(),
-    )
-    .await
-    .context("starting the ops endpoint")?;
-    let handler = Arc::new(CrawlHandler::new(store.clone(), queue.clone()));
-    let stats = run_worker(
-        handler,
-        WorkerContext {
-            queue,
-            store,
-            config: config.worker.clone(),
-            delivery_limit: config.queue.delivery_limit,
-            shutdown: stop,
-        },
-    )
-    .await
-    .context("crawl worker")?;
+        .context("crawl worker")?;
     tracing::info!(
         done = stats.done,
         failed = stats.failed,

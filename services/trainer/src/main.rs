@@ -9,10 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use deepcuts_core::config::ServiceConfig;
-use deepcuts_core::ops_http::{self, Readiness};
-use deepcuts_core::queue::open_queue;
-use deepcuts_core::storage::{open_store, open_store_with};
-use deepcuts_core::worker::WorkerContext;
+use deepcuts_core::service::Service;
+use deepcuts_core::storage::open_store;
 use deepcuts_core::{shutdown, telemetry};
 use deepcuts_trainer::bench::{train_throughput, BenchSpec};
 use deepcuts_trainer::config::TrainConfig;
@@ -146,28 +144,14 @@ async fn run_worker(config: Option<PathBuf>) -> anyhow::Result<()> {
         );
         config.worker.prefetch = concurrency as u16;
     }
-    let stop = shutdown::install_signal_handlers();
-    let store = open_store_with(&config.store).await?;
-    let queue = open_queue(&config.queue).await?;
-    let readiness = Readiness {
-        store: Some(store.clone()),
-        queue: Some(queue.clone()),
-        draining: stop.clone(),
-    };
-    ops_http::serve(&config.ops.listen, readiness, stop.clone()).await?;
+    let service = Service::start(&config).await?;
+    let ctx = service.worker_context(&config);
     let handler = Arc::new(TrainHandler::new(
-        store.clone(),
-        queue.clone(),
+        service.store,
+        service.queue,
         config.settings,
-        stop.clone(),
+        service.shutdown,
     ));
-    let ctx = WorkerContext {
-        queue,
-        store,
-        config: config.worker,
-        delivery_limit: config.queue.delivery_limit,
-        shutdown: stop,
-    };
     deepcuts_core::worker::run_worker(handler, ctx).await?;
     Ok(())
 }

@@ -7,11 +7,8 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use deepcuts_core::config::ServiceConfig;
-use deepcuts_core::ops_http::{self, Readiness};
-use deepcuts_core::queue::open_queue;
-use deepcuts_core::storage::open_store_with;
-use deepcuts_core::worker::WorkerContext;
-use deepcuts_core::{shutdown, telemetry};
+use deepcuts_core::service::Service;
+use deepcuts_core::telemetry;
 use deepcuts_transcoder::{
     extension_hint, process_track, DecodeLimits, Frontend, FrontendConfig, TranscodeHandler,
     TranscoderSettings,
@@ -138,23 +135,9 @@ fn print_timings(
 async fn run_worker(config: Option<PathBuf>) -> anyhow::Result<()> {
     let config: ServiceConfig<TranscoderSettings> = deepcuts_core::config::load(config.as_deref())?;
     telemetry::init(&config.telemetry);
-    let stop = shutdown::install_signal_handlers();
-    let store = open_store_with(&config.store).await?;
-    let queue = open_queue(&config.queue).await?;
-    let readiness = Readiness {
-        store: Some(store.clone()),
-        queue: Some(queue.clone()),
-        draining: stop.clone(),
-    };
-    ops_http::serve(&config.ops.listen, readiness, stop.clone()).await?;
-    let handler = Arc::new(TranscodeHandler::new(store.clone(), config.settings)?);
-    let ctx = WorkerContext {
-        queue,
-        store,
-        config: config.worker,
-        delivery_limit: config.queue.delivery_limit,
-        shutdown: stop,
-    };
+    let service = Service::start(&config).await?;
+    let ctx = service.worker_context(&config);
+    let handler = Arc::new(TranscodeHandler::new(service.store, config.settings)?);
     deepcuts_core::worker::run_worker(handler, ctx).await?;
     Ok(())
 }
