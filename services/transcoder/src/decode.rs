@@ -83,6 +83,19 @@ pub fn decode_mono(
     extension: Option<&str>,
     limits: &DecodeLimits,
 ) -> Result<DecodedAudio, TranscodeError> {
+    decode_mono_segmented(data, extension, limits, None)
+}
+
+/// [`decode_mono`] with the packets per parallel segment forced (`None`
+/// chooses by file length and core count). Exposed so tests can check that
+/// the split never changes the output.
+#[doc(hidden)]
+pub fn decode_mono_segmented(
+    data: Bytes,
+    extension: Option<&str>,
+    limits: &DecodeLimits,
+    segment_packets: Option<usize>,
+) -> Result<DecodedAudio, TranscodeError> {
     if data.is_empty() {
         return Err(TranscodeError::Empty);
     }
@@ -92,7 +105,9 @@ pub fn decode_mono(
             cap_bytes: limits.max_input_bytes,
         });
     }
-    match catch_unwind(AssertUnwindSafe(|| decode_inner(data, extension, limits))) {
+    match catch_unwind(AssertUnwindSafe(|| {
+        decode_inner(data, extension, limits, segment_packets)
+    })) {
         Ok(result) => result,
         Err(payload) => {
             let message = payload
@@ -116,6 +131,7 @@ fn decode_inner(
     data: Bytes,
     extension: Option<&str>,
     limits: &DecodeLimits,
+    segment_packets: Option<usize>,
 ) -> Result<DecodedAudio, TranscodeError> {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(data)), Default::default());
     let mut hint = Hint::new();
@@ -201,7 +217,9 @@ fn decode_inner(
         .unwrap_or(usize::MAX);
     let frames_so_far = AtomicUsize::new(0);
     let segment_len = if splits_cleanly(params.codec) {
-        SEGMENT_PACKETS
+        segment_packets
+            .unwrap_or_else(|| auto_segment_packets(packets.len(), rayon::current_num_threads()))
+            .max(1)
     } else {
         packets.len().max(1)
     };
@@ -221,10 +239,10 @@ fn decode_inner(
         })
         .collect();
 
-    let mut samples: Vec<f32> = Vec::new();
     let mut sample_rate: Option<u32> = None;
     let mut source_channels = 0usize;
     let mut bad_packets = read_errors;
+    let mut runs: Vec<Vec<f32>> = Vec::new();
     for segment in segments {
         let segment = segment?;
         bad_packets += segment.bad_packets;
@@ -236,18 +254,15 @@ fn decode_inner(
                 bad_packets += 1;
                 continue;
             }
-            if samples.is_empty() {
-                samples = chunk;
-            } else {
-                samples.extend_from_slice(&chunk);
-            }
+            runs.push(chunk);
         }
     }
-    if samples.len() > max_frames {
+    if runs.iter().map(Vec::len).sum::<usize>() > max_frames {
         return Err(TranscodeError::DurationCap {
             cap_s: limits.max_duration_s,
         });
     }
+    let samples = concat_parallel(runs);
     let packets = packets.len() as u64;
 
     let Some(sample_rate) = sample_rate.filter(|_| !samples.is_empty()) else {
@@ -272,15 +287,44 @@ fn decode_inner(
     })
 }
 
-/// Packets per independently decoded segment (about 25 s of MP3). Fixed, so
-/// the output never depends on the number of cores.
-const SEGMENT_PACKETS: usize = 1024;
+/// Longest segment the automatic split makes (about 25 s of MP3).
+const MAX_SEGMENT_PACKETS: usize = 1024;
+
+/// Shortest: below this the preroll of every segment costs too much.
+const MIN_SEGMENT_PACKETS: usize = 128;
+
+/// Packets per parallel segment: a whole number of rounds over the cores,
+/// so no core idles while another decodes a last odd segment. The split is
+/// free to follow the core count because a segment's preroll rebuilds the
+/// decoder state exactly: the output is the same for every split (checked
+/// in `tests/formats.rs`).
+fn auto_segment_packets(packets: usize, threads: usize) -> usize {
+    let threads = threads.max(1);
+    let rounds = packets.div_ceil(threads * MAX_SEGMENT_PACKETS).max(1);
+    let segments = (threads * rounds).min(packets / MIN_SEGMENT_PACKETS).max(1);
+    packets.div_ceil(segments)
+}
 
 /// Packets decoded and thrown away before a segment, to rebuild the decoder
-/// state a sequential decode would have: MP3's bit reservoir reaches up to
-/// 511 bytes back (several frames at low bit rates) and the MDCT overlap and
-/// synthesis filter one frame more. After these the output is the same.
+/// state a sequential decode would have: the MDCT overlap and the synthesis
+/// filter reach a frame or two back...
 const PREROLL_PACKETS: usize = 10;
+
+/// ...and MP3's bit reservoir up to 511 bytes back, which at low bit rates
+/// spans far more than ten frames: the preroll also covers this many bytes
+/// of packet data.
+const PREROLL_BYTES: usize = 2048;
+
+/// First packet to decode (and throw away) for a segment starting at `start`.
+fn preroll_start(packets: &[Packet], start: usize) -> usize {
+    let mut begin = start.saturating_sub(PREROLL_PACKETS);
+    let mut bytes: usize = packets[begin..start].iter().map(|p| p.data.len()).sum();
+    while begin > 0 && bytes < PREROLL_BYTES {
+        begin -= 1;
+        bytes += packets[begin].data.len();
+    }
+    begin
+}
 
 /// Codecs whose decoder state is rebuilt exactly by [`PREROLL_PACKETS`]
 /// (checked against a sequential decode in `tests/formats.rs`). Others, AAC
@@ -318,7 +362,7 @@ fn decode_segment(
         bad_packets: 0,
     };
     let mut scratch: Vec<Vec<f32>> = Vec::new();
-    let begin = range.start.saturating_sub(PREROLL_PACKETS);
+    let begin = preroll_start(packets, range.start);
     for (index, packet) in packets.iter().enumerate().take(range.end).skip(begin) {
         let warming_up = index < range.start;
         match decoder.decode(packet) {
@@ -354,6 +398,29 @@ fn decode_segment(
         }
     }
     Ok(segment)
+}
+
+/// Joins runs of samples into one buffer. The copies run in parallel: on a
+/// fresh buffer they cost mostly page faults, which then land on every core.
+fn concat_parallel(mut runs: Vec<Vec<f32>>) -> Vec<f32> {
+    if runs.len() <= 1 {
+        return runs.pop().unwrap_or_default();
+    }
+    let total = runs.iter().map(Vec::len).sum();
+    // Zeroed allocation: fresh pages from the kernel, not written twice.
+    let mut joined = vec![0.0f32; total];
+    let mut destinations = Vec::with_capacity(runs.len());
+    let mut rest = &mut joined[..];
+    for run in &runs {
+        let (head, tail) = rest.split_at_mut(run.len());
+        destinations.push(head);
+        rest = tail;
+    }
+    destinations
+        .into_par_iter()
+        .zip(runs.par_iter())
+        .for_each(|(dst, src)| dst.copy_from_slice(src));
+    joined
 }
 
 /// Appends the channel mean of `buffer` to `out` (librosa's `to_mono`).
@@ -400,19 +467,203 @@ fn fold_to_mono(
     }
 }
 
+/// Input frames per rubato chunk. With one sub-chunk this is also the FFT
+/// block and the anti-aliasing filter length, so it sets the quality.
+const RESAMPLE_CHUNK: usize = 1024;
+
 /// Resamples mono audio from `from` Hz to `to` Hz with rubato's synchronous
 /// FFT resampler (fixed ratio, band-limited, the startup delay trimmed).
+///
+/// Long signals are cut into parts resampled in parallel. Each part is fed
+/// with [`RESAMPLE_CONTEXT_CHUNKS`] chunks of real signal on both sides (more
+/// than the filter reaches) and starts on the same chunk grid a single run
+/// would use, so the joined output equals one sequential run.
 pub fn resample_mono(samples: Vec<f32>, from: u32, to: u32) -> Result<Vec<f32>, TranscodeError> {
     if from == to || samples.is_empty() {
         return Ok(samples);
     }
+    let Some(parts) = resample_parts(samples.len(), from, to) else {
+        return resample_run(&samples, from, to);
+    };
+    // Every part writes its share of the output in place.
+    let mut joined = vec![0.0f32; expected_resampled_len(samples.len(), from, to)];
+    let mut destinations = Vec::with_capacity(parts.len());
+    let mut rest = &mut joined[..];
+    for part in &parts {
+        let (head, tail) = rest.split_at_mut(part.keep.len().min(rest.len()));
+        destinations.push(head);
+        rest = tail;
+    }
+    parts
+        .par_iter()
+        .zip(destinations.into_par_iter())
+        .try_for_each(|(part, dst)| {
+            let out = resample_run(&samples[part.context.clone()], from, to)?;
+            let kept = out.get(part.keep.clone()).ok_or_else(|| {
+                TranscodeError::Resample(format!(
+                    "part {:?} gave {} frames, {:?} expected",
+                    part.context,
+                    out.len(),
+                    part.keep
+                ))
+            })?;
+            dst.copy_from_slice(kept);
+            Ok::<(), TranscodeError>(())
+        })?;
+    Ok(joined)
+}
+
+/// Chunks of real signal fed before and after each parallel part; the
+/// filter is one chunk long, so two would do.
+const RESAMPLE_CONTEXT_CHUNKS: usize = 4;
+
+/// Input chunks per parallel part (~12 s at 44.1 kHz): few enough parts
+/// that the context costs little, enough to share two or more cores.
+const RESAMPLE_PART_CHUNKS: usize = 512;
+
+/// One parallel part: the input range it is fed and the range of its own
+/// output that belongs to the joined result.
+#[derive(Debug, Clone, PartialEq)]
+struct ResamplePart {
+    context: Range<usize>,
+    keep: Range<usize>,
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Output length of one sequential run over `len` input frames.
+fn expected_resampled_len(len: usize, from: u32, to: u32) -> usize {
+    (len as u64 * to as u64).div_ceil(from as u64) as usize
+}
+
+/// Splits `len` input frames into parallel parts, or `None` when the signal
+/// is too short to be worth it or the rates share no grid a part could
+/// start on exactly.
+fn resample_parts(len: usize, from: u32, to: u32) -> Option<Vec<ResamplePart>> {
+    let (from, to) = (from as usize, to as usize);
+    let g = gcd(from, to);
+    let (rate_in, rate_out) = (from / g, to / g);
+    // Part starts must be on the chunk grid and map to a whole output frame.
+    let align = RESAMPLE_CHUNK / gcd(RESAMPLE_CHUNK, rate_in) * rate_in;
+    let part_len = align * RESAMPLE_PART_CHUNKS.div_ceil(align / RESAMPLE_CHUNK);
+    let context = align * RESAMPLE_CONTEXT_CHUNKS.div_ceil(align / RESAMPLE_CHUNK);
+    if len < 2 * part_len || part_len > 1 << 22 {
+        return None;
+    }
+    let to_out = |frames: usize| frames / rate_in * rate_out;
+    let total_out = expected_resampled_len(len, from as u32, to as u32);
+    let parts = (0..len)
+        .step_by(part_len)
+        .map(|start| {
+            let end = (start + part_len).min(len);
+            let context_start = start.saturating_sub(context);
+            let context_end = (end + context).min(len);
+            let skip = to_out(start - context_start);
+            let keep_len = if end == len {
+                total_out - to_out(start)
+            } else {
+                to_out(end - start)
+            };
+            ResamplePart {
+                context: context_start..context_end,
+                keep: skip..skip + keep_len,
+            }
+        })
+        .collect();
+    Some(parts)
+}
+
+/// One sequential rubato run over `samples`, the startup delay trimmed.
+fn resample_run(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>, TranscodeError> {
     let resample_err = |e: &dyn std::fmt::Display| TranscodeError::Resample(e.to_string());
-    let mut resampler = Fft::<f32>::new(from as usize, to as usize, 1024, 1, FixedSync::Input)
-        .map_err(|e| resample_err(&e))?;
-    let input =
-        InterleavedSlice::new(&samples[..], 1, samples.len()).map_err(|e| resample_err(&e))?;
+    let mut resampler = Fft::<f32>::new(
+        from as usize,
+        to as usize,
+        RESAMPLE_CHUNK,
+        1,
+        FixedSync::Input,
+    )
+    .map_err(|e| resample_err(&e))?;
+    let input = InterleavedSlice::new(samples, 1, samples.len()).map_err(|e| resample_err(&e))?;
     let output = resampler
         .process_all(&input, samples.len(), None)
         .map_err(|e| resample_err(&e))?;
     Ok(output.take_data())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chirp plus noise: energy across the band, so a seam or a shifted
+    /// part would show.
+    fn test_signal(len: usize, rate: u32) -> Vec<f32> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|i| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                let t = i as f64 / rate as f64;
+                let chirp = (2.0 * std::f64::consts::PI * (50.0 + 400.0 * t) * t).sin();
+                (0.5 * chirp + 0.1 * (state as f64 / u32::MAX as f64 - 0.5)) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parallel_resample_equals_one_sequential_run() {
+        for (from, to, seconds) in [
+            (44_100, 22_050, 40.0),
+            (48_000, 22_050, 45.0),
+            (32_000, 22_050, 50.0),
+        ] {
+            let len = (seconds * from as f64) as usize + 123;
+            let signal = test_signal(len, from);
+            let parts = resample_parts(len, from, to).expect("long enough to split");
+            assert!(parts.len() >= 2, "{from}->{to}: {} parts", parts.len());
+            let sequential = resample_run(&signal, from, to).unwrap();
+            let parallel = resample_mono(signal, from, to).unwrap();
+            assert_eq!(parallel.len(), sequential.len(), "{from}->{to}");
+            assert_eq!(sequential.len(), expected_resampled_len(len, from, to));
+            let worst = parallel
+                .iter()
+                .zip(&sequential)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-6, "{from}->{to}: parts differ by {worst}");
+        }
+    }
+
+    #[test]
+    fn segments_fill_whole_rounds_over_the_cores() {
+        // Two minutes of 44.1 kHz MP3 on two cores: six even segments.
+        assert_eq!(auto_segment_packets(4594, 2), 766);
+        assert_eq!(auto_segment_packets(4594, 1), 919);
+        // Short files are not cut below the minimum.
+        assert_eq!(auto_segment_packets(200, 16), 200);
+        assert_eq!(auto_segment_packets(0, 4), 0);
+        for packets in [1, 129, 1000, 4594, 40_000] {
+            for threads in [1, 2, 3, 8, 64] {
+                let len = auto_segment_packets(packets, threads);
+                assert!(len <= MAX_SEGMENT_PACKETS.max(packets / threads + 1));
+                assert!(
+                    len >= MIN_SEGMENT_PACKETS.min(packets),
+                    "{packets} {threads}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_or_gridless_signals_resample_in_one_run() {
+        assert!(resample_parts(22_050 * 5, 44_100, 22_050).is_none());
+        // 44,101 Hz shares no small grid with 22,050 Hz.
+        assert!(resample_parts(44_101 * 60, 44_101, 22_050).is_none());
+    }
 }

@@ -9,7 +9,7 @@ pub mod plot;
 pub mod schema;
 pub mod worker;
 
-pub use decode::{decode_mono, resample_mono, DecodeLimits, DecodedAudio};
+pub use decode::{decode_mono, decode_mono_segmented, resample_mono, DecodeLimits, DecodedAudio};
 pub use error::TranscodeError;
 pub use fetch::{FetchConfig, Fetched, Fetcher};
 pub use frontend::{

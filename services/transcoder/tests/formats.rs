@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use bytes::Bytes;
-use deepcuts_transcoder::{decode_mono, DecodeLimits};
+use deepcuts_transcoder::{decode_mono, decode_mono_segmented, DecodeLimits};
 
 /// ffmpeg's decode of `path`, folded to mono as the channel mean.
 fn ffmpeg_mono(path: &Path) -> (Vec<f32>, u32) {
@@ -144,6 +144,71 @@ fn mp3_variants_match_ffmpeg() {
         // Decoders differ in float rounding only, and the parallel segments of
         // the decode must join without a seam: expect near-identical output.
         check(&path, channels, rate, secs, 100.0, 0);
+    }
+}
+
+/// The parallel decode may split a file anywhere (the split follows the core
+/// count): every split must give exactly the samples of one sequential run.
+#[test]
+fn parallel_decode_is_identical_for_every_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let secs = 20.0;
+    let mut files = Vec::new();
+    for (stem, rate, channels, lame_args) in [
+        ("cbr320", 44_100, 2, vec!["-b", "320"]),
+        ("vbr_low_22k", 22_050, 2, vec!["-V", "9"]),
+        ("cbr32_mono", 22_050, 1, vec!["-b", "32", "-m", "m"]),
+        ("cbr128_48k", 48_000, 2, vec!["-b", "128"]),
+    ] {
+        let wav = common::wav_bytes(
+            rate,
+            channels as u16,
+            &common::synth_music(rate, secs, channels),
+        );
+        files.push((
+            format!("{stem}.mp3"),
+            common::lame(d, stem, &wav, &lame_args),
+        ));
+    }
+    let wav = common::wav_bytes(44_100, 2, &common::synth_music(44_100, secs, 2));
+    let flac = encode(d, "split.flac", &wav, &["-c:a", "flac"]);
+    files.push(("split.flac".to_string(), std::fs::read(flac).unwrap()));
+
+    let limits = DecodeLimits::default();
+    for (name, data) in files {
+        let ext = name.rsplit('.').next();
+        let decode = |segment: Option<usize>| {
+            decode_mono_segmented(Bytes::from(data.clone()), ext, &limits, segment)
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let sequential = decode(Some(usize::MAX));
+        assert!(
+            sequential.packets > 150,
+            "{name}: {} packets",
+            sequential.packets
+        );
+        for segment in [None, Some(1), Some(7), Some(100), Some(333)] {
+            let split = decode(segment);
+            assert_eq!(
+                split.bad_packets, sequential.bad_packets,
+                "{name} {segment:?}"
+            );
+            assert_eq!(
+                split.samples.len(),
+                sequential.samples.len(),
+                "{name} {segment:?}"
+            );
+            let first_difference = split
+                .samples
+                .iter()
+                .zip(&sequential.samples)
+                .position(|(a, b)| a.to_bits() != b.to_bits());
+            assert_eq!(
+                first_difference, None,
+                "{name}: split {segment:?} changes the samples"
+            );
+        }
     }
 }
 
