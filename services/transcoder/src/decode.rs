@@ -409,18 +409,25 @@ fn concat_parallel(mut runs: Vec<Vec<f32>>) -> Vec<f32> {
     let total = runs.iter().map(Vec::len).sum();
     // Zeroed allocation: fresh pages from the kernel, not written twice.
     let mut joined = vec![0.0f32; total];
-    let mut destinations = Vec::with_capacity(runs.len());
-    let mut rest = &mut joined[..];
-    for run in &runs {
-        let (head, tail) = rest.split_at_mut(run.len());
-        destinations.push(head);
-        rest = tail;
-    }
-    destinations
+    split_by_lengths(&mut joined, runs.iter().map(Vec::len))
         .into_par_iter()
         .zip(runs.par_iter())
         .for_each(|(dst, src)| dst.copy_from_slice(src));
     joined
+}
+
+/// Cuts `buffer` into consecutive disjoint slices of the given lengths (the
+/// last ones shorter or empty if the lengths add up to more).
+fn split_by_lengths(buffer: &mut [f32], lengths: impl Iterator<Item = usize>) -> Vec<&mut [f32]> {
+    let mut slices = Vec::new();
+    let mut rest = buffer;
+    for len in lengths {
+        let len = len.min(rest.len());
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(len);
+        slices.push(head);
+        rest = tail;
+    }
+    slices
 }
 
 /// Appends the channel mean of `buffer` to `out` (librosa's `to_mono`).
@@ -487,13 +494,7 @@ pub fn resample_mono(samples: Vec<f32>, from: u32, to: u32) -> Result<Vec<f32>, 
     };
     // Every part writes its share of the output in place.
     let mut joined = vec![0.0f32; expected_resampled_len(samples.len(), from, to)];
-    let mut destinations = Vec::with_capacity(parts.len());
-    let mut rest = &mut joined[..];
-    for part in &parts {
-        let (head, tail) = rest.split_at_mut(part.keep.len().min(rest.len()));
-        destinations.push(head);
-        rest = tail;
-    }
+    let destinations = split_by_lengths(&mut joined, parts.iter().map(|p| p.keep.len()));
     parts
         .par_iter()
         .zip(destinations.into_par_iter())
