@@ -326,7 +326,7 @@ fn preroll_start(packets: &[Packet], start: usize) -> usize {
     begin
 }
 
-/// Codecs whose decoder state is rebuilt exactly by [`PREROLL_PACKETS`]
+/// Codecs whose decoder state is rebuilt exactly by the preroll ([`preroll_start`])
 /// (checked against a sequential decode in `tests/formats.rs`). Others, AAC
 /// among them (its decoder state does not converge that fast), decode in
 /// one sequential run.
