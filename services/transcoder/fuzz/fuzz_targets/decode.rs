@@ -8,7 +8,14 @@ use bytes::Bytes;
 use deepcuts_transcoder::{decode_mono_segmented, DecodeLimits, Frontend, FrontendConfig};
 use libfuzzer_sys::fuzz_target;
 
-const HINTS: [Option<&str>; 6] = [None, Some("mp3"), Some("wav"), Some("flac"), Some("ogg"), Some("m4a")];
+const HINTS: [Option<&str>; 6] = [
+    None,
+    Some("mp3"),
+    Some("wav"),
+    Some("flac"),
+    Some("ogg"),
+    Some("m4a"),
+];
 /// Packets per parallel decode segment. Inputs under `max_len` rarely reach the
 /// automatic split, so small forced splits put the preroll and join on the path too.
 const SPLITS: [Option<usize>; 4] = [None, Some(4), Some(16), Some(64)];
